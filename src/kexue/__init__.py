@@ -1,0 +1,34 @@
+"""kexue: the helper library of *Scientific Spaces, executed*.
+
+Small, flat and tested. Modules:
+
+- :mod:`kexue.runtime`: device, seed, problem-size scale, dtype policy.
+- :mod:`kexue.claims`: symbolic and numeric claims, and the per-chapter summary.
+- :mod:`kexue.plotting`: the book's figure style.
+- :mod:`kexue.autodiff`: Hessian-vector products, per-sample gradients, Hessians.
+- :mod:`kexue.optim`: optimizer utilities (global gradient norm, ...).
+- :mod:`kexue.stats`: small statistics helpers (log-log slopes, EMAs, standard errors).
+- :mod:`kexue.toys`: toy data sets and models with known answers.
+
+A chapter starts with :func:`begin` and ends with ``claims.summary()``.
+"""
+
+from __future__ import annotations
+
+from . import claims, plotting, runtime
+
+__version__ = "0.1.0"
+__all__ = ["begin", "claims", "plotting", "runtime", "__version__"]
+
+
+def begin(chapter: str) -> runtime.RunInfo:
+    """Start a chapter: seed everything from ``KEXUE_SEED``, apply the figure style,
+    reset the claims, and return (and print) what this run uses."""
+    if not isinstance(chapter, str) or not chapter.strip():
+        raise ValueError("chapter must be a non-empty str, e.g. 'gradient-clipping'")
+    runtime.seed_everything()
+    plotting.apply()
+    claims.reset(chapter)
+    info = runtime.info()
+    print(f"kexue {__version__}: {info}")
+    return info
