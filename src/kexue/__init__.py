@@ -18,7 +18,7 @@ from __future__ import annotations
 from . import claims, plotting, runtime
 
 __version__ = "0.1.0"
-__all__ = ["begin", "claims", "plotting", "runtime", "__version__"]
+__all__ = ["__version__", "begin", "claims", "glue", "plotting", "runtime"]
 
 
 def begin(chapter: str) -> runtime.RunInfo:
@@ -32,3 +32,19 @@ def begin(chapter: str) -> runtime.RunInfo:
     info = runtime.info()
     print(f"kexue {__version__}: {info}")
     return info
+
+
+def glue(name: str, value: object, *, display: bool = False) -> object:
+    """Make ``value`` available to the page's prose as ``{glue:text}`name```; returns ``value``.
+
+    Uses ``myst_nb.glue`` when MyST-NB is installed (book builds, nbmake); elsewhere (e.g.
+    Colab) it does nothing but return ``value``, so a chapter runs anywhere.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("name must be a non-empty str")
+    try:
+        from myst_nb import glue as _glue
+    except ImportError:
+        return value
+    _glue(name, value, display=display)
+    return value
