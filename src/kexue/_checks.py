@@ -16,7 +16,9 @@ def tensor(value: Any, name: str, *, ndim: int | tuple[int, ...] | None = None, 
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if value.ndim not in allowed:
-            raise ValueError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {tuple(value.shape)}")
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {tuple(value.shape)}"
+            )
     return value
 
 

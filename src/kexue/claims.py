@@ -510,9 +510,7 @@ class _Summary:
         return "\n".join(lines)
 
     def html(self) -> str:
-        head = "".join(
-            f"<th>{h}</th>" for h in ("id", "statement", "kind", "result", "tolerance", "device", "s")
-        )
+        head = "".join(f"<th>{h}</th>" for h in ("id", "statement", "kind", "result", "tolerance", "device", "s"))
         body = "".join(
             "<tr>"
             f"<td><b>{html.escape(c.id)}</b></td><td>{html.escape(c.statement)}</td>"

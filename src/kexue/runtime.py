@@ -106,9 +106,7 @@ def is_large() -> bool:
 def scale(cpu: T, gpu: T) -> T:
     """Pick a problem size: ``gpu`` at large scale (see :func:`is_large`), else ``cpu``."""
     if type(cpu) is not type(gpu):
-        raise TypeError(
-            f"cpu and gpu must have the same type, got {type(cpu).__name__} and {type(gpu).__name__}"
-        )
+        raise TypeError(f"cpu and gpu must have the same type, got {type(cpu).__name__} and {type(gpu).__name__}")
     return gpu if is_large() else cpu
 
 

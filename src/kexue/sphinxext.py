@@ -124,7 +124,9 @@ def fill_report(app: Any, doctree: nodes.document, fromdocname: str) -> None:
     if not placeholders:
         return
     # Chapters in reading order of the table of contents; every chapter must report.
-    ordered = [d for d in env.found_docs if d.startswith("chapters/") and d not in getattr(env, "kexue_report_docs", set())]
+    ordered = [
+        d for d in env.found_docs if d.startswith("chapters/") and d not in getattr(env, "kexue_report_docs", set())
+    ]
     try:
         toc_order = {d: i for i, d in enumerate(env.toctree_includes.get(env.config.root_doc, []))}
         flat = []
@@ -147,7 +149,9 @@ def fill_report(app: Any, doctree: nodes.document, fromdocname: str) -> None:
         para += ref
         data = store.get(doc)
         if data is None:
-            logger.warning(f"verification report: chapter {doc!r} reported no claims (no claims.summary() output)", location=doc)
+            logger.warning(
+                f"verification report: chapter {doc!r} reported no claims (no claims.summary() output)", location=doc
+            )
             overview_rows.append([para, "-", "-", "missing", "-", "-", "-"])
             continue
         rows = data["claims"]
@@ -158,30 +162,47 @@ def fill_report(app: Any, doctree: nodes.document, fromdocname: str) -> None:
         run = data.get("run", {})
         status = f"{n_pass}/{len(rows)} hold" if n_pass == len(rows) else f"{len(rows) - n_pass} FAILED"
         overview_rows.append(
-            [para, str(len(rows)), f"{n_sym} / {len(rows) - n_sym}", status, f"{data.get('seconds', 0):.1f}",
-             f"{run.get('device', '?')}", str(run.get("seed", "?"))]
+            [
+                para,
+                str(len(rows)),
+                f"{n_sym} / {len(rows) - n_sym}",
+                status,
+                f"{data.get('seconds', 0):.1f}",
+                f"{run.get('device', '?')}",
+                str(run.get("seed", "?")),
+            ]
         )
         section = nodes.section(ids=[f"claims-{doc.replace('/', '-')}"])
         heading = nodes.rubric()
         heading += nodes.Text(title + " ")
         section += heading
-        meta = nodes.paragraph(text=f"Run: {run.get('summary', '?')}; {data.get('seconds', 0):.1f} s for the whole chapter.")
+        meta = nodes.paragraph(
+            text=f"Run: {run.get('summary', '?')}; {data.get('seconds', 0):.1f} s for the whole chapter."
+        )
         section += meta
         claim_rows = []
         for c in rows:
             result = ("\u2714 " if c["passed"] else "\u2718 ") + f"{c['measured']} (expected {c['expected']})"
             tolerance = c["tolerance"] + (f"; {c['why']}" if c.get("why") else "")
-            claim_rows.append([c["id"], c["statement"], c["kind"], result, tolerance, c["device"], f"{c['seconds']:.2f}"])
-        section += _table(["id", "statement", "kind", "result", "tolerance and why", "device", "s"], claim_rows,
-                          [4, 30, 7, 25, 25, 5, 4])
+            claim_rows.append(
+                [c["id"], c["statement"], c["kind"], result, tolerance, c["device"], f"{c['seconds']:.2f}"]
+            )
+        section += _table(
+            ["id", "statement", "kind", "result", "tolerance and why", "device", "s"],
+            claim_rows,
+            [4, 30, 7, 25, 25, 5, 4],
+        )
         sections.append(section)
 
     intro = nodes.paragraph(
         text=f"{total_claims} claims in {len(overview_rows)} chapters ({total_sym} symbolic, "
         f"{total_claims - total_sym} numeric). Book built with {_versions()}."
     )
-    overview = _table(["chapter", "claims", "symbolic / numeric", "status", "s", "device", "seed"], overview_rows,
-                      [30, 6, 10, 10, 5, 6, 4])
+    overview = _table(
+        ["chapter", "claims", "symbolic / numeric", "status", "s", "device", "seed"],
+        overview_rows,
+        [30, 6, 10, 10, 5, 6, 4],
+    )
     for placeholder in placeholders:
         placeholder.replace_self([intro, overview, *sections])
 

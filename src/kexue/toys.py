@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -52,7 +53,7 @@ def mlp(widths: Sequence[int], act: str = "relu", *, bias: bool = True) -> torch
     if act not in _ACTIVATIONS:
         raise ValueError(f"act must be one of {sorted(_ACTIVATIONS)}, got {act!r}")
     layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(torch.nn.Linear(a, b, bias=bias))
         if i < len(widths) - 2:
             layers.append(_ACTIVATIONS[act]())
