@@ -1,7 +1,7 @@
 # Scientific Spaces, executed: the two commands are `make book` and `make test`.
 # Both create .venv on first use and keep it in step with requirements.txt and pyproject.toml.
 
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -20,8 +20,8 @@ help:
 	@echo "make clean  remove the build and the execution cache (keeps .venv)"
 
 $(STAMP): requirements.txt pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; run 'make PYTHON=python3 ...'"; PYTHON=python3; }
-	@test -x $(BIN)/python || $$(command -v $(PYTHON) || command -v python3) -m venv $(VENV)
+	@test -n "$(PYTHON)" || { echo "no python3.11 or python3 on PATH; run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
