@@ -21,17 +21,18 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "begin", "claims", "glue", "plotting", "runtime"]
 
 
-def begin(chapter: str) -> runtime.RunInfo:
+def begin(chapter: str) -> None:
     """Start a chapter: seed everything from ``KEXUE_SEED``, apply the figure style,
-    reset the claims, and return (and print) what this run uses."""
+    reset the claims, and print what this run uses (``runtime.info()`` returns it).
+
+    Returns ``None`` so that, as the last line of a cell, it adds no second output.
+    """
     if not isinstance(chapter, str) or not chapter.strip():
         raise ValueError("chapter must be a non-empty str, e.g. 'gradient-clipping'")
     runtime.seed_everything()
     plotting.apply()
     claims.reset(chapter)
-    info = runtime.info()
-    print(f"kexue {__version__}: {info}")
-    return info
+    print(f"kexue {__version__}: {runtime.info()}")
 
 
 def glue(name: str, value: object, *, display: bool = False) -> object:

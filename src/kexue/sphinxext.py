@@ -207,7 +207,33 @@ def fill_report(app: Any, doctree: nodes.document, fromdocname: str) -> None:
         placeholder.replace_self([intro, overview, *sections])
 
 
+def use_local_mathjax(app: Any, config: Any) -> None:
+    """``config-inited``: serve MathJax 3 from the book itself instead of a CDN.
+
+    The PyPI package ``django-static-mathjax`` (no dependencies) ships MathJax 3's ``es5``
+    build under ``mathjax/static/mathjax``; that folder is copied to ``_build/html/mathjax``
+    through ``html_extra_path``, and ``mathjax_path`` points at it. Without the package
+    the CDN default is kept. Set ``kexue_local_mathjax = False`` to keep the CDN anyway.
+    """
+    if not config.kexue_local_mathjax:
+        return
+    try:
+        import mathjax  # provided by django-static-mathjax
+    except ImportError:
+        return
+    from pathlib import Path
+
+    static = Path(mathjax.__file__).parent / "static"
+    if not (static / "mathjax" / "es5" / "tex-mml-chtml.js").exists():
+        return
+    config.html_extra_path = [*config.html_extra_path, str(static)]
+    # Relative paths are taken relative to _static/ by Sphinx.
+    config.mathjax_path = "../mathjax/es5/tex-mml-chtml.js"
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.add_config_value("kexue_local_mathjax", True, "html")
+    app.connect("config-inited", use_local_mathjax)
     app.add_node(claims_report)
     app.add_directive("kexue-claims-report", ClaimsReportDirective)
     app.connect("doctree-read", collect_claims)
