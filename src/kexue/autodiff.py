@@ -68,11 +68,15 @@ def flatten(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def flat_hessian(loss_of_flat: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
-    """The ``P x P`` Hessian of ``loss_of_flat`` at the flat parameter vector ``theta``."""
+    """The ``P x P`` Hessian of ``loss_of_flat`` at the flat parameter vector ``theta``.
+
+    Reverse-over-reverse (``jacrev(jacrev)``): for the small ``P`` this is meant for it was
+    an order of magnitude faster on CPU than ``torch.func.hessian`` (forward-over-reverse).
+    """
     if not callable(loss_of_flat):
         raise TypeError("loss_of_flat must be a callable mapping a flat vector to a scalar")
     _checks.tensor(theta, "theta", ndim=1)
-    return torch.func.hessian(loss_of_flat)(theta.detach())
+    return torch.func.jacrev(torch.func.jacrev(loss_of_flat))(theta.detach())
 
 
 def per_sample_grads(
