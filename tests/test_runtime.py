@@ -79,3 +79,15 @@ def test_info_describes_the_run(monkeypatch):
     info = runtime.info()
     assert info.device == "cpu" and info.seed == 2 and info.scale == "small"
     assert "seed 2" in str(info)
+
+
+def test_set_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("KEXUE_THREADS", "1")
+        assert runtime.set_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("KEXUE_THREADS", "0")
+        with pytest.raises(ValueError, match="KEXUE_THREADS"):
+            runtime.set_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -30,6 +30,7 @@ def begin(chapter: str) -> None:
     if not isinstance(chapter, str) or not chapter.strip():
         raise ValueError("chapter must be a non-empty str, e.g. 'gradient-clipping'")
     runtime.seed_everything()
+    runtime.set_threads()
     plotting.apply()
     claims.reset(chapter)
     print(f"kexue {__version__}: {runtime.info()}")

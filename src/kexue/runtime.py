@@ -9,6 +9,9 @@ Environment variables (all optional):
 ``KEXUE_SCALE``
     ``auto`` (default: GPU sizes on a GPU, CPU sizes on a CPU), ``small`` (CPU sizes
     everywhere) or ``large`` (GPU sizes everywhere, slow on a CPU).
+``KEXUE_THREADS``
+    Number of CPU threads torch may use (default 1: the chapters' CPU problems are small,
+    and tests run two chapters at once on two cores, where extra threads only contend).
 """
 
 from __future__ import annotations
@@ -108,6 +111,19 @@ def scale(cpu: T, gpu: T) -> T:
     if type(cpu) is not type(gpu):
         raise TypeError(f"cpu and gpu must have the same type, got {type(cpu).__name__} and {type(gpu).__name__}")
     return gpu if is_large() else cpu
+
+
+def set_threads() -> int:
+    """Set torch's intra-op CPU threads from ``KEXUE_THREADS`` (default 1); return the number."""
+    raw = os.environ.get("KEXUE_THREADS", "1").strip() or "1"
+    try:
+        n = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"KEXUE_THREADS must be a positive integer, got {raw!r}") from exc
+    if n < 1:
+        raise ValueError(f"KEXUE_THREADS must be a positive integer, got {n}")
+    torch.set_num_threads(n)
+    return n
 
 
 def in_colab() -> bool:
