@@ -149,6 +149,15 @@ def test_ci_script_runs_tests_and_strict_build():
     assert "jupyter-book build . -W -n --keep-going" in text
 
 
+@pytest.mark.parametrize("md", CHAPTERS, ids=_ids(CHAPTERS))
+def test_citing_chapters_have_their_own_bibliography(md: Path):
+    text = md.read_text()
+    if re.search(r"\{cite(?::\w+)?\}`", text):
+        assert re.search(r"```\{bibliography\}\s*\n:filter: docname in docnames", text), (
+            f"{md}: cites papers but has no bibliography block with `:filter: docname in docnames`"
+        )
+
+
 def test_cited_keys_exist():
     bib = (ROOT / "references.bib").read_text()
     keys = set(re.findall(r"@\w+\{([^,]+),", bib))
