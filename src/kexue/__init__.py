@@ -9,6 +9,11 @@ Small, flat and tested. Modules:
 - :mod:`kexue.optim`: optimizer utilities (global gradient norm, ...).
 - :mod:`kexue.stats`: small statistics helpers (log-log slopes, EMAs, standard errors).
 - :mod:`kexue.toys`: toy data sets and models with known answers.
+- Chapter-specific maths worth testing alone: :mod:`kexue.linalg`, :mod:`kexue.lora`,
+  :mod:`kexue.lrscaling`, :mod:`kexue.adaptive`, :mod:`kexue.crf`, :mod:`kexue.attention`,
+  :mod:`kexue.moe`, :mod:`kexue.moe_geometry`, :mod:`kexue.vq`, :mod:`kexue.gradflow`,
+  :mod:`kexue.gans`.
+- :mod:`kexue.sphinxext`: the book's Sphinx extension (verification report, local MathJax).
 
 A chapter starts with :func:`begin` and ends with ``claims.summary()``.
 """
