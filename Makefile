@@ -10,11 +10,12 @@ STAMP  := $(VENV)/.installed
 SRC_HASH_FILE := _build/.kexue-src-hash
 CHAPTERS_MD   := $(shell find chapters -name '*.md' ! -name verification.md 2>/dev/null)
 
-.PHONY: book test sync clean lint check-cache help preview
+.PHONY: book test sync clean lint check-cache help preview test-browser
 
 help:
 	@echo "make book   build the HTML book into _build/html (executes the chapters)"
 	@echo "make test   library tests, book tests and every chapter as a notebook"
+	@echo "make test-browser  headless-Chromium tests of the built book (after make book)"
 	@echo "make sync   re-pair chapters/*.md with their .ipynb (jupytext --sync)"
 	@echo "make lint   ruff on the library and tests"
 	@echo "make clean  remove the build and the execution cache (keeps .venv)"
@@ -45,6 +46,12 @@ book: check-cache
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The reading experience of the built book in headless Chromium (Debian's /usr/bin/chromium,
+# driven by Playwright; no browser download): formula fitting, no sideways scroll, maths typeset.
+# Needs _build/html (make book). Skips locally when Chromium is missing; fails when CI is set.
+test-browser: $(STAMP)
+	$(BIN)/python -m pytest -o addopts="" -p no:cacheprovider --durations=10 tests/browser
 
 sync: $(STAMP)
 	$(BIN)/jupytext --sync $(CHAPTERS_MD)
