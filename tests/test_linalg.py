@@ -132,6 +132,13 @@ def test_id_error_is_never_below_the_svd_optimum(n, m, data, seed, method):
     assert _residual(M, S) >= linalg.svd_tail_error(M, r) * (1 - 1e-10) - 1e-12
 
 
+def test_optim_rid_default_sample_fits_a_narrow_matrix():
+    # Found by the property test above: 2k > m used to raise with the default sample size.
+    M = torch.randn(3, 3, generator=_gen(0), dtype=torch.float64)
+    S = linalg.select_columns(M, 2, "optim-rid", generator=_gen(1))
+    assert S.numel() == 2 and len(set(S.tolist())) == 2
+
+
 def test_id_coefficients_are_the_least_squares_solution():
     M = torch.randn(12, 9, generator=_gen(3), dtype=torch.float64)
     S = [4, 0, 7]

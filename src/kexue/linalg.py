@@ -290,7 +290,7 @@ def select_columns(
 
     - ``"cpqr"``: the first ``k`` pivots of :func:`cpqr` (deterministic).
     - ``"sketch"``: CPQR on ``Omega @ M`` with a Gaussian ``Omega`` of ``k + oversample`` rows.
-    - ``"optim-rid"``: CPQR on ``sample_size`` (default ``2 k``) uniformly sampled columns.
+    - ``"optim-rid"``: CPQR on ``sample_size`` (default ``min(2 k, m)``) uniformly sampled columns.
     - ``"uniform"``: ``k`` columns uniformly at random without replacement.
     - ``"norm"`` / ``"norm-sample"``: the ``k`` largest column norms / sampling with
       probabilities proportional to the squared norms.
@@ -322,7 +322,7 @@ def select_columns(
         omega = torch.randn(k + oversample, n, generator=generator, device=gdev, dtype=M.dtype).to(M.device)
         return cpqr(omega @ M, k).perm[:k]
     if method == "optim-rid":
-        size = 2 * k if sample_size is None else sample_size
+        size = min(2 * k, m) if sample_size is None else sample_size
         _checks.positive_int(size, "sample_size")
         if not k <= size <= m:
             raise ValueError(f"sample_size must lie in [k, m] = [{k}, {m}], got {size}")
