@@ -34,3 +34,16 @@ def probability(value: Any, name: str, *, open_right: bool = True) -> float:
     if not (0.0 <= value < 1.0 if open_right else 0.0 <= value <= 1.0):
         raise ValueError(f"{name} must lie in [0, 1{')' if open_right else ']'}, got {value!r}")
     return float(value)
+
+
+def generator_for(generator: Any, like: torch.Tensor, like_name: str) -> torch.Generator | None:
+    """``None``, or a ``torch.Generator`` on the same device type as ``like`` (else raise)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator.device.type != like.device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but {like_name} is on {like.device}; put them on one device"
+        )
+    return generator

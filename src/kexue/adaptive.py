@@ -118,11 +118,7 @@ def adam_on_noisy_quadratic(
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     if not isinstance(burn_frac, (int, float)) or isinstance(burn_frac, bool) or not 0 <= burn_frac < 1:
         raise ValueError(f"burn_frac must lie in [0, 1), got {burn_frac!r}")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != h.device.type:
-            raise ValueError(f"generator is on {generator.device} but h is on {h.device}")
+    _checks.generator_for(generator, h, "h")
     try:
         shape = (reps, *torch.broadcast_shapes(h.shape, noise.shape))
     except RuntimeError as exc:

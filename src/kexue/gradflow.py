@@ -130,11 +130,7 @@ def langevin(
     h = _positive_float(h, "h")
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
         raise ValueError(f"n_steps must be a non-negative int, got {n_steps!r}")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        if generator.device.type != x0.device.type:
-            raise ValueError(f"generator is on {generator.device} but x0 is on {x0.device}; put them on one device")
+    _checks.generator_for(generator, x0, "x0")
     wanted: list[int] = []
     if record is not None:
         wanted = list(record)
